@@ -68,6 +68,9 @@ def doc_filter():
 
     class exec_doc_cells(exec_show_docs):
         "Run the exported, import-only and `show_doc` cells, so test cells and examples stay unrun."
+        def begin(self):
+            if self.nb.has_docs_: super().begin()  # a notebook with nothing to document needs no IPython shell
+
         def __call__(self, cell):
             if is_doc_cell(cell): super().__call__(cell)
 
@@ -83,7 +86,7 @@ def process_notebook(path: str) -> tuple[str, str, dict, float]:
         # As under nbdev-test and Jupyter, the notebook's cells run in its folder. nbdev reads its settings
         # from the first pyproject.toml above it.
         os.chdir(Path(path).parent)
-        os.environ["IN_TEST"] = "1"  # nbdev sets it while it processes docs, so notebooks can skip slow set-up
+        os.environ["IN_TEST"] = "1"  # as nbdev's own docs driver (nbdev/serve_drv.py) sets it
         from fastcore.nbio import nb2str, read_nb
 
         nb = read_nb(path)
@@ -99,11 +102,8 @@ def process_all(notebooks: list[Path], workers: int) -> dict[Path, tuple]:
     "Process each of `notebooks` in a fresh process, `workers` at a time, so no notebook's code runs in this one."
     results = {}
     # One task per process: nbdev's IPython shell replaces the worker's __main__ module, where the next task's
-    # function would be looked up, and each notebook's code runs apart from the others'. The workers fork from a
-    # server that has imported nbdev once, which saves about a second of CPU per notebook.
-    ctx = get_context("forkserver")
-    ctx.set_forkserver_preload(["nbdev.processors", "nbdev.showdoc", "execnb.shell", "fastcore.nbio", "yaml"])
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, max_tasks_per_child=1) as pool:
+    # function would be looked up, and each notebook's code runs apart from the others'.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
         futures = {pool.submit(process_notebook, str(p)): p for p in notebooks}
         for fut in as_completed(futures):
             try: results[futures[fut]] = fut.result()
@@ -270,12 +270,14 @@ def make_exporter():
 def render_page(exporter, page: Page, pages: list[Page], site: dict) -> str:
     "Render `page` to a complete HTML document with the site layout around it."
     import nbformat
+    from nbconvert.filters.markdown_mistune import markdown2html_mistune
 
     nb = nbformat.from_dict(prepare_notebook(page.nb))
     in_repo = not Path(page.source).is_absolute()
     source_url = f"{site['git_url']}/blob/{site['branch']}/{page.source}" if site["git_url"] and in_repo else ""
+    summary = re.sub(r"^<p>|</p>\s*$", "", markdown2html_mistune(page.description).strip())  # inline markdown
     docs = {"site_title": site["title"], "site_description": site["description"], "page_title": page.title,
-            "page_description": page.description, "root": "../" * (len(page.out.parts) - 1),
+            "page_description": page.description, "summary_html": summary, "root": "../" * (len(page.out.parts) - 1),
             "nav": make_nav(pages, page), "source": page.source, "source_url": source_url}
     body, _ = exporter.from_notebook_node(nb, resources={"docs": docs})
     return body
@@ -361,7 +363,9 @@ def main(argv=None) -> int:
     from nbdev.config import get_config
 
     ap = argparse.ArgumentParser(description="Build the documentation site from the notebooks, offline.")
-    ap.add_argument("--nbs", type=Path, default=None, help="notebooks folder (default: nbdev's nbs_path, nbs/)")
+    ap.add_argument("--nbs", type=Path, default=None,
+                    help="notebooks folder (default: nbdev's nbs_path, nbs/); outside the repository, nbdev's "
+                         "settings are not found, so pages lack source links and links to other pages' symbols")
     ap.add_argument("--out", type=Path, default=REPO / "_docs", help="output folder (default: _docs)")
     ap.add_argument("--workers", type=int, default=None, help="notebooks processed at once (default: CPU count)")
     args = ap.parse_args(argv)

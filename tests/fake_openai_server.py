@@ -20,8 +20,8 @@ from typing import Callable
 @dataclass
 class Reply:
     "What the server sends back for one request."
-    kind: str = "ok"  # ok, status, hang, drop or invalid_json
-    content: str = ""  # assistant message content when `kind` is ok
+    kind: str = "ok"  # ok, status, hang, drop, invalid_json or raw
+    content: str = ""  # assistant message content when `kind` is ok; the whole body when `kind` is raw
     finish_reason: str = "stop"
     status: int = 200  # HTTP status when `kind` is status
     headers: dict = field(default_factory=dict)  # extra response headers, e.g. {"Retry-After": "1"}
@@ -137,8 +137,8 @@ class FakeOpenAIServer:
                     error = {"error": {"message": f"scripted status {reply.status}", "type": "server_error"}}
                     self._send_json(reply.status, error, reply.headers)
                     return
-                if reply.kind == "invalid_json":
-                    data = b"{not json"
+                if reply.kind in ("invalid_json", "raw"):
+                    data = b"{not json" if reply.kind == "invalid_json" else reply.content.encode()
                     self.send_response(200)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(data)))

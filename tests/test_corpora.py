@@ -124,7 +124,7 @@ def test_fetch_refetches_corrupted_cache(upstream, tmp_path, monkeypatch):
     assert (root / "LICENSE").read_text() == "MIT\n"
 
 
-def test_fetch_connection_refused_suggests_mirror(tmp_path, monkeypatch, upstream):
+def test_fetch_refused_suggests_mirror(tmp_path, monkeypatch, upstream):
     monkeypatch.delenv("PARTAGES_MIRROR", raising=False)
     with pytest.raises(DownloadError, match="PARTAGES_MIRROR"):
         fetch_resource("corpus", tmp_path / "cache", base_url="http://127.0.0.1:9", manifests=upstream["manifests"],
@@ -174,7 +174,7 @@ def test_e3c_layer1_split(e3c_env):
     assert {d.meta["split"] for d in test} == {"test"}
 
 
-def test_e3c_outermost_policy_accounts_for_every_mention(e3c_env):
+def test_e3c_outermost_accounts_all_mentions(e3c_env):
     docs = load_e3c(cache_dir=e3c_env)
     stats = corpus_stats(docs)
     a = stats["annotations"]
@@ -271,7 +271,7 @@ BAD_INPUTS = [_bad_xmi, _xmi_offsets, _brat_past_end, _brat_text_differs, _brat_
 
 
 @pytest.mark.parametrize("make", BAD_INPUTS, ids=[f.__name__.strip("_") for f in BAD_INPUTS])
-def test_bad_input_stops_convert_and_writes_nothing(make, tmp_path, capsys):
+def test_bad_input_convert_writes_nothing(make, tmp_path, capsys):
     source, pattern, args = make(tmp_path)
     out = tmp_path / "out" / "corpus.jsonl"
     out.parent.mkdir()

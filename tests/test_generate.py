@@ -1,7 +1,10 @@
 """End-to-end tests of `partages.generate`: template runs, runs against a misbehaving local
 OpenAI-compatible server, resumption from the cache, budgets, secrets, sensitive data, the transformers
 backend on a tiny random model, and the command line."""
+import io
 import json
+import logging
+import re
 import socket
 import sys
 from pathlib import Path
@@ -149,8 +152,8 @@ def misbehaviour(i, planned, markup, attempt):
         return Reply(content=markup[: len(markup) // 2], finish_reason="length")
     if kind == 7:
         return Reply(content="The patient was admitted for <DISO>heart failure</DISO> and discharged home after a week.")
-    if kind == 8:
-        return Reply(content="Patient hospitalisé, évolution favorable, retour au domicile avec surveillance clinique.")
+    if kind == 8:  # no DISO entity left, so no entity names the main diagnosis
+        return Reply(content=re.sub(r"</?DISO[^>]*>", "", markup))
     if kind == 9:
         return Reply(kind="status", status=429, headers={"Retry-After": "0.1"}) if attempt == 0 else None
     return None
@@ -171,8 +174,11 @@ def test_misbehaving_server_run_finishes(tmp_path):
     rejections = {r["id"]: r for r in read_rejections(tmp_path)}
     kept = {d.id for d in load_documents(tmp_path / "corpus.parquet")}
     assert len(kept) + len(rejections) == len(plan)
+    must_name_diagnosis = config.filters.main_diagnosis_doc_types
     for i, p in enumerate(plan):
         reason = EXPECTED_REASON.get(i % 10)
+        if reason == "missing_main_diagnosis" and p.request.doc_type not in must_name_diagnosis:
+            reason = None
         if reason is None:
             assert p.request.id in kept, (i, rejections.get(p.request.id))
         else:
@@ -231,13 +237,15 @@ def test_budget_stops_run(tmp_path):
     assert manifest["status"] == "completed"
 
 
-def test_api_key_absent_from_run_folder(tmp_path, monkeypatch, capfd):
-    import logging
+def test_api_key_absent_from_run_folder(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PARTAGES_TEST_KEY", KEY_VALUE)
-    monkeypatch.setenv("PARTAGES_LOG_LEVEL", "DEBUG")
-    partages_logger = logging.getLogger("partages")
-    level = partages_logger.level
-    partages_logger.setLevel(logging.DEBUG)
+    captured = io.StringIO()
+    handler = logging.StreamHandler(captured)
+    loggers = [logging.getLogger(n) for n in ("", "partages", "openai", "httpx2")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.setLevel(logging.DEBUG)
     try:
         with FakeOpenAIServer(lambda b, a: None) as server:
             config = openai_config(server.base_url)
@@ -245,10 +253,15 @@ def test_api_key_absent_from_run_folder(tmp_path, monkeypatch, capfd):
             generate_corpus(config, tmp_path)
             auth = {r.headers.get("authorization") for r in server.chat_requests()}
     finally:
-        partages_logger.setLevel(level)
-    out, err = capfd.readouterr()
+        for lg, level in zip(loggers, levels):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+    out, err = capsys.readouterr()
+    logs = captured.getvalue()
     assert auth == {f"Bearer {KEY_VALUE}"}
-    assert "generate:" in err
+    assert "generate:" in logs
+    assert "failed: server_error" in logs
+    assert KEY_VALUE not in logs
     assert KEY_VALUE not in out + err
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert {p.name for p in files} >= {"cache.jsonl", "manifest.json", *OUTPUTS}
@@ -281,8 +294,8 @@ def test_sensitive_literature_never_sent_remote(tmp_path, monkeypatch):
 
 def test_transformers_backend_run(tmp_path):
     model = make_tiny_chat_model(tmp_path / "tiny")
-    config = GenerateConfig(backend="transformers", n_stays=2, transformers=dict(model=str(model), batch_size=4),
-                            sampling=dict(max_tokens=8))
+    config = GenerateConfig(backend="transformers", n_stays=1, transformers=dict(model=str(model), batch_size=4),
+                            sampling=dict(max_tokens=8), prompt=dict(few_shot=0))
     stats = generate_corpus(config, tmp_path / "run")
     assert stats["requests"] > 0
     assert stats["completed"] == stats["requests"]

@@ -26,7 +26,7 @@ def make_request(i: int, content: str, **kw) -> GenerationRequest:
 
 
 def by_content(body: dict, attempt: int) -> Reply:
-    "Misbehave according to the first word of the user message: ok, 429, 429once, 500, hang, drop, broken, json."
+    "Misbehave according to the first word of the user message (see the cases below)."
     word = body["messages"][-1]["content"].split()[0]
     if word == "429":
         return Reply(kind="status", status=429, headers={"Retry-After": "0.2"})
@@ -42,6 +42,10 @@ def by_content(body: dict, attempt: int) -> Reply:
         return Reply(kind="drop")
     if word == "json":
         return Reply(kind="invalid_json")
+    if word == "nochoice":
+        return Reply(kind="raw", content='{"choices": [{}]}')
+    if word == "string":
+        return Reply(kind="raw", content='"une chaîne"')
     if word == "broken":
         return Reply(content="Patient avec <DISO>fièvre et toux.")
     if word == "long":
@@ -68,7 +72,7 @@ def test_retry_after_honoured(tmp_path):
 
 
 def test_misbehaving_server_every_request_ends(tmp_path):
-    words = ["ok", "429once", "429", "500", "400", "hang", "drop", "json", "broken", "long"]
+    words = ["ok", "429once", "429", "500", "400", "hang", "drop", "json", "nochoice", "string", "broken", "long"]
     requests = [make_request(i, f"{w} demande {i}") for i, w in enumerate(words)]
     with FakeOpenAIServer(by_content, hang_s=10) as server:
         t0 = time.perf_counter()
@@ -80,6 +84,7 @@ def test_misbehaving_server_every_request_ends(tmp_path):
         "ok": ("completed", None), "429once": ("completed", None), "429": ("failed", "rate_limited"),
         "500": ("failed", "server_error"), "400": ("failed", "http_400"), "hang": ("failed", "timeout"),
         "drop": ("failed", "connection_error"), "json": ("failed", "invalid_response"),
+        "nochoice": ("failed", "invalid_response"), "string": ("failed", "invalid_response"),
         "broken": ("completed", None), "long": ("completed", None)}
     assert results[-1].finish_reason == "length"
     assert results[0].prompt_tokens == 3
