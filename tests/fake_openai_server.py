@@ -63,6 +63,7 @@ class FakeOpenAIServer:
         self.connections = 0
         self.in_flight = 0
         self.max_in_flight = 0
+        self.completions_sent = 0
         self._attempts: dict[str, int] = {}
         self._lock = threading.Lock()
         self._release = threading.Event()
@@ -119,14 +120,14 @@ class FakeOpenAIServer:
                 try:
                     if reply.delay_s:
                         server._release.wait(reply.delay_s)
-                    self._answer(body, reply)
+                    self._send_reply(body, reply)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client timed out before the response was sent
                 finally:
                     with server._lock:
                         server.in_flight -= 1
 
-            def _answer(self, body: dict, reply: Reply):
+            def _send_reply(self, body: dict, reply: Reply):
                 if reply.kind == "drop":
                     self.close_connection = True
                     return
@@ -158,6 +159,8 @@ class FakeOpenAIServer:
                               "total_tokens": prompt_tokens + completion_tokens},
                 }
                 self._send_json(200, payload, reply.headers)
+                with server._lock:
+                    server.completions_sent += 1
 
         return Handler
 

@@ -6,6 +6,7 @@ the whole file runs in well under a minute.
 import io
 import logging
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -68,7 +69,7 @@ def test_retry_after_honoured(tmp_path):
     assert result.status == "completed"
     assert result.text == "<DISO>toux</DISO>"
     assert (first.attempt, second.attempt) == (0, 1)
-    assert 0.9 <= second.time - first.time < 2.0
+    assert 0.9 <= second.time - first.time < 3.0  # without Retry-After the first backoff is 0.375 to 0.5 s
 
 
 def test_misbehaving_server_every_request_ends(tmp_path):
@@ -126,6 +127,35 @@ def test_rerun_sends_only_failed(tmp_path):
     assert all(r.status == "completed" for r in second)
 
 
+KILLED_RUN = """
+import sys
+from partages.backends import GenerationRequest, OpenAIBackend
+requests = [GenerationRequest(f"r{i}", [{"role": "user", "content": f"ok demande {i}"}], temperature=0.7, top_p=0.9,
+                              max_tokens=50, seed=i) for i in range(12)]
+OpenAIBackend(sys.argv[1], "fake-model", api_key_env="PARTAGES_TEST_KEY", max_concurrency=2,
+              cache_path=sys.argv[2]).generate(requests)
+"""
+
+
+def test_killed_run_keeps_completed(tmp_path):
+    cache = tmp_path / "cache.jsonl"
+    with FakeOpenAIServer(lambda body, attempt: Reply(content="<DISO>toux</DISO>", delay_s=0.3)) as server:
+        proc = subprocess.Popen([sys.executable, "-c", KILLED_RUN, server.base_url, str(cache)])
+        deadline = time.monotonic() + 60
+        while server.completions_sent < 4 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+        kept = len(ResponseCache(cache))
+        sent_before = len(server.chat_requests())
+        requests = [make_request(i, f"ok demande {i}") for i in range(12)]
+        results = backend(server, tmp_path, max_concurrency=2).generate(requests)
+        resent = len(server.chat_requests()) - sent_before
+    assert 3 <= kept < 12
+    assert resent == 12 - kept
+    assert all(r.status == "completed" for r in results)
+
+
 def test_concurrency_bounded(tmp_path):
     requests = [make_request(i, f"ok demande {i}") for i in range(8)]
     with FakeOpenAIServer(lambda body, attempt: Reply(content="ok", delay_s=0.2)) as server:
@@ -134,7 +164,7 @@ def test_concurrency_bounded(tmp_path):
 
 
 def test_budget_stops_cleanly(tmp_path):
-    # Each answer costs 3 prompt + 3 completion tokens, so a budget of 10 allows two requests.
+    # Each response costs 3 prompt + 3 completion tokens, so a budget of 10 allows two requests.
     requests = [make_request(i, f"ok demande {i}") for i in range(5)]
     with FakeOpenAIServer(by_content) as server:
         b = backend(server, tmp_path, max_concurrency=1, token_budget=10)
