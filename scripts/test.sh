@@ -6,9 +6,10 @@ export PARTAGES_PROGRESS=0
 
 echo "== 1/4 export: partages/ must match the notebooks"
 nbdev-export
-if [ -n "$(git status --porcelain -- partages)" ]; then
-    git status --porcelain -- partages
-    git --no-pager diff --stat -- partages
+# nbdev-export also rewrites nbs/llms.txt, the module index it generates.
+if [ -n "$(git status --porcelain -- partages nbs/llms.txt)" ]; then
+    git status --porcelain -- partages nbs/llms.txt
+    git --no-pager diff --stat -- partages nbs/llms.txt
     echo "FAILED: partages/ differs from what the notebooks export; run nbdev-export and commit" >&2
     exit 1
 fi

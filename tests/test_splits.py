@@ -24,17 +24,18 @@ corpora = st.lists(st.lists(st.integers(0, len(CONCEPTS) - 1), max_size=4), min_
 
 @settings(max_examples=60, deadline=None)
 @given(docs=corpora, seed=st.integers(0, 2**32), fraction=st.sampled_from([0.1, 0.3, 0.5]))
-def test_unseen_split_keeps_held_out_concepts_out_of_training(docs, seed, fraction):
+def test_unseen_split_excludes_held_out(docs, seed, fraction):
+    "No train, dev or test document mentions a held-out concept; every unseen document mentions one."
     if not any(d.entities for d in docs): return
     out = unseen_concept_split(docs, seed, held_out=fraction)
     ids = sorted(d.id for part in out.values() for d in part)
     assert ids == sorted(d.id for d in docs)
-    held = choose_held_out(docs, seed, fraction)
-    assert held
+    held_out = choose_held_out(docs, seed, fraction)
+    assert held_out
     for k in ("train", "dev", "test"):
-        assert not any(concept_key(e) in held for d in out[k] for e in d.entities), k
+        assert not any(concept_key(e) in held_out for d in out[k] for e in d.entities), k
     for d in out["unseen"]:
-        assert any(concept_key(e) in held for e in d.entities), d.id
+        assert any(concept_key(e) in held_out for e in d.entities), d.id
 
 
 @settings(max_examples=60, deadline=None)
@@ -53,7 +54,7 @@ def _same_members(a: dict, b: dict) -> bool:
 
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(1, 200), seed=st.integers(0, 2**32), dev=st.floats(0, 0.4), test=st.floats(0, 0.4))
-def test_split_sizes_and_order_independence(n, seed, dev, test):
+def test_split_sizes_and_order(n, seed, dev, test):
     docs = [Document(f"d{i}", "texte") for i in range(n)]
     out = split_documents(docs, seed, dev=dev, test=test)
     assert len(out["test"]) == round(test * n)
@@ -61,6 +62,6 @@ def test_split_sizes_and_order_independence(n, seed, dev, test):
     assert _same_members(out, split_documents(docs[::-1], seed, dev=dev, test=test))
 
 
-def test_toy_corpus_split_is_reproducible():
+def test_toy_corpus_split_reproducible():
     docs = make_toy_corpus(50, seed=4)
     assert unseen_concept_split(docs, 7, held_out=0.2) == unseen_concept_split(make_toy_corpus(50, seed=4), 7, held_out=0.2)

@@ -36,19 +36,21 @@ def scratch_run(toy_split, tmp_path_factory):
     return tagger, record, out
 
 
-def test_scratch_model_loss_goes_down_and_f1_above_0_9(scratch_run, toy_split):
+def test_scratch_model_learns_toy_corpus(scratch_run, toy_split):
+    "Loss goes down, test entity F1 above 0.9, and the run writes its record, metrics and card."
     tagger, record, out = scratch_run
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert history[-1]["loss"] < history[0]["loss"] / 5, history
     f1 = span_scores(toy_split["test"], tagger.predict(toy_split["test"]))["ALL"]["f1"]
     assert f1 > 0.9, f1
     assert FRUGALITY_KEYS <= set(record)
-    assert record["trainable_params"] == record["total_params"] and record["tokens_seen"] > 0
+    assert record["trainable_params"] == record["total_params"]
+    assert record["tokens_seen"] > 0
     assert json.loads((out / "frugality.json").read_text())["total_params"] == record["total_params"]
     assert "## Scores on the dev set" in (out / "README.md").read_text()
 
 
-def test_scratch_model_reloads_with_identical_predictions(scratch_run, toy_split):
+def test_scratch_model_reload_predictions(scratch_run, toy_split):
     tagger, _, out = scratch_run
     again = load_tagger(out)
     assert again.predict(toy_split["test"]) == tagger.predict(toy_split["test"])
@@ -79,7 +81,7 @@ def test_long_document_windows_merge_back(scratch_run, toy_split):
     assert span_scores([long_doc], [pred])["ALL"]["f1"] > 0.9
 
 
-def test_quantized_tagger_predicts_close_to_fp32(scratch_run, toy_split, tmp_path):
+def test_quantized_tagger_close_to_fp32(scratch_run, toy_split, tmp_path):
     tagger, _, _ = scratch_run
     q = quantize_tagger(tagger)
     f1 = span_scores(toy_split["test"], tagger.predict(toy_split["test"]))["ALL"]["f1"]
@@ -89,7 +91,7 @@ def test_quantized_tagger_predicts_close_to_fp32(scratch_run, toy_split, tmp_pat
     assert load_tagger(tmp_path / "q").predict(toy_split["test"][:5]) == q.predict(toy_split["test"][:5])
 
 
-def test_augmentation_sees_fresh_copies_each_epoch(toy_split, tmp_path):
+def test_augmentation_fresh_copies_per_epoch(toy_split, tmp_path):
     seen = []
 
     def tag_epoch(doc, epoch):
@@ -112,13 +114,14 @@ def test_noise_ops_with_dose_schedule(toy_split, tmp_path):
     assert [h["documents"] for h in history] == [20, 40, 40]
 
 
-def test_minilm_lora_adapter_with_new_terms_reloads_identically(toy_split, tmp_path):
+def test_minilm_lora_adapter_reload(toy_split, tmp_path):
     "LoRA on the MiniLM: few trainable parameters, learns, and the saved adapter gives identical logits."
-    cfg = TrainConfig(model="minilm", method="lora", max_steps=40, batch_size=8, max_length=64, stride=16,
-                      learning_rate=2e-3, new_terms=["amlodipine", "furosémide"], lora=LoraSettings(r=8))
+    cfg = TrainConfig(model="minilm", method="lora", max_steps=60, batch_size=8, max_length=64, stride=16,
+                      learning_rate=5e-3, new_terms=["amlodipine", "furosémide"], lora=LoraSettings(r=8))
     tagger, record = train_tagger(cfg, toy_split["train"], toy_split["dev"][:8], tmp_path)
     assert record["trainable_params"] / record["total_params"] < 0.05
-    assert record["energy_kwh"] > 0 and record["co2_kg"] > 0
+    assert record["energy_kwh"] > 0
+    assert record["co2_kg"] > 0
     assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "frugality.json"} <= {p.name for p in tmp_path.iterdir()}
     assert "model.safetensors" not in {p.name for p in tmp_path.iterdir()}
     again = load_tagger(tmp_path)
@@ -130,7 +133,7 @@ def test_minilm_lora_adapter_with_new_terms_reloads_identically(toy_split, tmp_p
     assert f1 > 0.9, f1
 
 
-def test_pretrained_mlm_is_a_starting_point(toy_split, tmp_path):
+def test_pretrained_mlm_as_base(toy_split, tmp_path):
     texts = [d.text for d in toy_split["train"]]
     cfg = PretrainConfig(model="minilm", method="lora", max_steps=6, batch_size=8, max_length=48, track_emissions=False)
     path, record = pretrain(cfg, texts[:40], tmp_path / "mlm", literature=texts[40:60])
@@ -141,7 +144,7 @@ def test_pretrained_mlm_is_a_starting_point(toy_split, tmp_path):
     assert load_tagger(tmp_path / "ner").info["base_model"] == str(path.resolve())
 
 
-def test_crf_tagger_trains_saves_and_predicts(toy_split, tmp_path):
+def test_crf_tagger_roundtrip(toy_split, tmp_path):
     tagger, record = train_tagger(TrainConfig(method="crf", track_emissions=False), toy_split["train"], [], tmp_path)
     assert record["trainable_params"] == tagger.num_parameters > 0
     f1 = span_scores(toy_split["test"], load_tagger(tmp_path).predict(toy_split["test"]))["ALL"]["f1"]
@@ -160,7 +163,7 @@ def minilm_tokenizer():
 @settings(max_examples=50, deadline=None)
 @given(words=st.lists(st.sampled_from(WORDS), min_size=1, max_size=12), picks=st.lists(st.booleans(), min_size=12, max_size=12),
        labels=st.lists(st.sampled_from(["DISO", "CHEM"]), min_size=12, max_size=12))
-def test_alignment_roundtrip_on_word_boundaries(minilm_tokenizer, words, picks, labels):
+def test_alignment_roundtrip_word_boundaries(minilm_tokenizer, words, picks, labels):
     "Entities that start and end on sub-token boundaries come back exactly from their BIO tags."
     text, ents, pos = "", [], 0
     for i, w in enumerate(words):
