@@ -18,6 +18,15 @@ FRUGALITY_KEYS = {"total_params", "trainable_params", "train_time_s", "peak_rss_
                   "energy_kwh", "co2_kg"}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    "Run this module's training on one thread: two threads on a busy two-core machine spin and run several times slower."
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def toy_split():
     return split_documents(make_toy_corpus(160, seed=0), seed=0, dev=0.1, test=0.2)
