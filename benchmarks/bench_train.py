@@ -82,12 +82,14 @@ def main() -> int:
     p.add_argument("--kinds", nargs="+", default=KINDS, choices=KINDS, help="models to run; minilm-full is the reference")
     p.add_argument("--one", choices=KINDS, help=argparse.SUPPRESS)
     args = p.parse_args()
+
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
     if args.one:
         print(json.dumps(run_one(args.one, args.docs, args.steps, args.scratch_steps)))
         return 0
+
     kinds = ["minilm-full"] + [k for k in args.kinds if k != "minilm-full"]
     env = dict(os.environ, PARTAGES_PROGRESS="0")
     rows, t0 = [], time.perf_counter()
@@ -100,6 +102,7 @@ def main() -> int:
             print(out.stderr[-3000:], file=sys.stderr)
             return out.returncode
         rows += json.loads(out.stdout.strip().splitlines()[-1])
+
     import torch
     print(f"toy corpus: {args.docs:,} documents; batches of 8, {args.steps} steps (MiniLM), {args.scratch_steps} steps (scratch); "
           f"torch {torch.__version__}, {args.threads or torch.get_num_threads()} threads, {os.cpu_count()} CPUs; "

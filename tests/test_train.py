@@ -144,7 +144,8 @@ def test_minilm_lora_adapter_reload(toy_split, tmp_path):
 
 def test_pretrained_mlm_as_base(toy_split, tmp_path):
     texts = [d.text for d in toy_split["train"]]
-    cfg = PretrainConfig(model="minilm", method="lora", max_steps=6, batch_size=8, max_length=48, track_emissions=False)
+    cfg = PretrainConfig(model="minilm", method="lora", max_steps=6, batch_size=8, max_length=48, track_emissions=False,
+                         noise_ops={"keyboard": 0.05})
     path, record = pretrain(cfg, texts[:40], tmp_path / "mlm", literature=texts[40:60])
     assert record["trainable_params"] < record["total_params"] / 10
     assert pseudo_perplexity(path, texts[:3], max_tokens=24) > 1
